@@ -26,9 +26,10 @@ impl ControllerService {
         if self.0.serves_controller() {
             Ok(())
         } else {
-            Err(Status::unimplemented(
-                "this plugin instance runs in node mode",
-            ))
+            Err(Status::unimplemented(format!(
+                "this plugin instance runs in {:?} mode and serves no controller RPCs",
+                self.0.mode
+            )))
         }
     }
 }
@@ -704,33 +705,31 @@ impl Controller for ControllerService {
         let req = request.into_inner();
         let id = Id::parse("volume", "volume_id", &req.volume_id).map_err(Status::from)?;
         let range = Range::from_proto(req.capacity_range.as_ref()).map_err(Status::from)?;
-        if req.capacity_range.is_none() || (range.required == 0 && range.limit == 0) {
-            return Err(CsiError::invalid("capacity_range", "is required").into());
-        }
-        let wanted = if range.required > 0 {
-            range.required
-        } else {
-            range.limit
-        };
+        let wanted = range
+            .expansion_target()
+            .ok_or_else(|| Status::from(CsiError::invalid("capacity_range", "is required")))?;
         let (rec, node_expansion_required) = self
             .0
-            .run("ControllerExpandVolume", vec![volume_key(id.as_str()), CAPACITY_KEY.to_string()], move |d| {
-                let rec = match d.kind {
-                    Kind::Local => d.local()?.expand(&id, wanted)?,
-                    Kind::Shared => match d.find_shared(&id)? {
-                        Some((pool, _)) => pool.expand(&id, wanted)?,
-                        None => return Err(CsiError::NotFound(format!("volume {id} does not exist"))),
-                    },
-                };
-                if range.limit != 0 && rec.capacity_bytes > range.limit {
-                    return Err(CsiError::OutOfRange(format!(
-                        "volume {id} already has {} bytes, above capacity_range.limit_bytes {} (volumes do not shrink)",
-                        rec.capacity_bytes, range.limit
-                    )));
-                }
-                let node = rec.backend == Backend::Loop;
-                Ok((rec, node))
-            })
+            .run(
+                "ControllerExpandVolume",
+                vec![volume_key(id.as_str()), CAPACITY_KEY.to_string()],
+                move |d| {
+                    let rec = match d.kind {
+                        Kind::Local => d.local()?.expand(&id, wanted)?,
+                        Kind::Shared => match d.find_shared(&id)? {
+                            Some((pool, _)) => pool.expand(&id, wanted)?,
+                            None => {
+                                return Err(CsiError::NotFound(format!(
+                                    "volume {id} does not exist"
+                                )));
+                            }
+                        },
+                    };
+                    range.check_grown(&id, rec.capacity_bytes)?;
+                    let node = rec.backend == Backend::Loop;
+                    Ok((rec, node))
+                },
+            )
             .await?;
         Ok(Response::new(ControllerExpandVolumeResponse {
             capacity_bytes: rec.capacity_bytes as i64,

@@ -36,6 +36,11 @@ pub enum Mode {
     Controller,
     /// Both (the local driver's distributed provisioning, and tests).
     All,
+    /// The endpoint a central csi-resizer connects to for local volumes (`--driver local` only; no
+    /// pool). Local volumes grow on their own node, so this instance serves no volume: it answers
+    /// that the Controller service cannot expand and the Node service can, which makes csi-resizer
+    /// record the new size and leave the growing to NodeExpandVolume on the volume's node.
+    Resizer,
 }
 
 /// What the driver is started with.
@@ -69,6 +74,22 @@ impl Driver {
         }
         let controller = config.mode != Mode::Node;
         let (local, shared, segments) = match config.kind {
+            Kind::Local if config.mode == Mode::Resizer => {
+                if config.pool.is_some() || !config.shared_pools.is_empty() {
+                    return Err(CsiError::invalid(
+                        "--mode",
+                        "resizer serves no volumes; give it no --pool or --shared-pool",
+                    ));
+                }
+                info!("serving the node-only expansion answers for a central csi-resizer");
+                (None, BTreeMap::new(), Segments::new())
+            }
+            Kind::Shared if config.mode == Mode::Resizer => {
+                return Err(CsiError::invalid(
+                    "--mode",
+                    "resizer is for --driver local; shared volumes expand in --mode controller",
+                ));
+            }
             Kind::Local => {
                 let root = config.pool.as_ref().ok_or_else(|| {
                     CsiError::invalid("--pool", "the local driver needs a pool directory")
@@ -132,12 +153,20 @@ impl Driver {
         }
     }
 
+    /// Whether the Controller service's volume RPCs are served.
     pub fn serves_controller(&self) -> bool {
-        self.mode != Mode::Node
+        matches!(self.mode, Mode::Controller | Mode::All)
     }
 
+    /// Whether the Node service's volume RPCs are served.
     pub fn serves_node(&self) -> bool {
-        self.mode != Mode::Controller
+        matches!(self.mode, Mode::Node | Mode::All)
+    }
+
+    /// Whether Identity reports CONTROLLER_SERVICE: every mode but node (csi-resizer refuses a
+    /// plugin without it, so the resizer front reports it too).
+    pub fn reports_controller_service(&self) -> bool {
+        self.mode != Mode::Node
     }
 
     pub fn local(&self) -> Result<&LocalPool> {

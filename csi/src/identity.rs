@@ -34,7 +34,7 @@ impl Identity for IdentityService {
             )),
         };
         let mut caps = vec![service(service::Type::VolumeAccessibilityConstraints)];
-        if self.0.serves_controller() {
+        if self.0.reports_controller_service() {
             caps.push(service(service::Type::ControllerService));
         }
         caps.push(PluginCapability {

@@ -10,12 +10,12 @@ use nix::mount::MsFlags;
 use tonic::{Request, Response, Status};
 
 use crate::access;
-use crate::driver::{Driver, Kind, volume_key};
+use crate::driver::{CAPACITY_KEY, Driver, Kind, Mode, volume_key};
 use crate::error::{CsiError, Result};
 use crate::failpoint;
 use crate::mount::{self, MountEntry};
 use crate::params::Backend;
-use crate::pool::{Usage, loopdev};
+use crate::pool::{Range, Usage, loopdev};
 use crate::proto::node_server::Node;
 use crate::proto::node_service_capability::rpc::Type as Rpc;
 use crate::proto::*;
@@ -29,9 +29,10 @@ impl NodeService {
         if self.0.serves_node() {
             Ok(())
         } else {
-            Err(Status::unimplemented(
-                "this plugin instance runs in controller mode",
-            ))
+            Err(Status::unimplemented(format!(
+                "this plugin instance runs in {:?} mode and serves no node RPCs",
+                self.0.mode
+            )))
         }
     }
 }
@@ -353,14 +354,25 @@ fn stats(d: &Driver, id: &Id, path: &Path) -> Result<NodeGetVolumeStatsResponse>
     })
 }
 
-fn expand(d: &Driver, id: &Id, path: &Path, staging: Option<PathBuf>) -> Result<u64> {
+/// NodeExpandVolume. Growing the backing store happens here too when the volume is still smaller
+/// than asked: with the resizer front (`--mode resizer`) csi-resizer only records the new size,
+/// and kubelet's NodeExpandVolume on the volume's node is the first call that can reach its pool.
+/// Then a loop volume's device is refreshed and its filesystem grown.
+fn expand(d: &Driver, id: &Id, range: Range, path: &Path, staging: Option<PathBuf>) -> Result<u64> {
     let mut rec = d
         .find_volume(id)?
         .ok_or_else(|| CsiError::NotFound(format!("volume {id} does not exist")))?;
-    if d.kind == Kind::Shared || rec.backend == Backend::Dir {
+    if d.kind == Kind::Shared {
         return Ok(rec.capacity_bytes);
     }
     let pool = d.local()?;
+    if let Some(wanted) = range.expansion_target() {
+        rec = pool.expand(id, wanted)?;
+        range.check_grown(id, rec.capacity_bytes)?;
+    }
+    if rec.backend == Backend::Dir {
+        return Ok(rec.capacity_bytes);
+    }
     let image = pool.data_path(&rec);
     let device = loopdev::find(&image)?.into_iter().next().ok_or_else(|| {
         CsiError::FailedPrecondition(format!("volume {id} is not staged on this node"))
@@ -491,12 +503,13 @@ impl Node for NodeService {
                     .map_err(Status::from)?,
             )
         };
+        let range = Range::from_proto(req.capacity_range.as_ref()).map_err(Status::from)?;
         let bytes = self
             .0
             .run(
                 "NodeExpandVolume",
-                vec![volume_key(id.as_str())],
-                move |d| expand(d, &id, &path, staging),
+                vec![volume_key(id.as_str()), CAPACITY_KEY.to_string()],
+                move |d| expand(d, &id, range, &path, staging),
             )
             .await?;
         Ok(Response::new(NodeExpandVolumeResponse {
@@ -509,6 +522,9 @@ impl Node for NodeService {
         _: Request<NodeGetCapabilitiesRequest>,
     ) -> std::result::Result<Response<NodeGetCapabilitiesResponse>, Status> {
         let rpcs: &[Rpc] = match (self.0.serves_node(), self.0.kind) {
+            // The resizer front: csi-resizer, seeing node expansion only, records the new size
+            // and kubelet has the volume's node plugin grow it.
+            (false, Kind::Local) if self.0.mode == Mode::Resizer => &[Rpc::ExpandVolume],
             (false, _) => &[],
             (true, Kind::Local) => &[
                 Rpc::StageUnstageVolume,

@@ -277,9 +277,12 @@ async fn raw_block_volume_is_a_device_of_the_requested_size() {
     t.unmount(&id, "b").await;
 }
 
-#[tokio::test]
-async fn xfs_loop_volume_grows_online() {
-    let mut t = local_on("btrfs", "xfsgrow").await;
+/// Grows a mounted XFS loop volume from 300 to 600 MiB. `controller_first`: ControllerExpandVolume
+/// then NodeExpandVolume (csi-resizer against a plugin that expands); otherwise NodeExpandVolume
+/// alone with the new size, which is what kubelet sends after csi-resizer's node-only resize (the
+/// `--mode resizer` front).
+async fn xfs_loop_volume_grows_online(tag: &str, controller_first: bool) {
+    let mut t = local_on("btrfs", tag).await;
     let (id, target) = t
         .mounted(
             "x",
@@ -289,35 +292,191 @@ async fn xfs_loop_volume_grows_online() {
         )
         .await;
     let before = t.stats(&id, &target).await.usage[0].total;
+    let grown = Some(CapacityRange {
+        required_bytes: 600 * MIB,
+        limit_bytes: 0,
+    });
+    if controller_first {
+        let r =
+            t.c.ctl
+                .controller_expand_volume(ControllerExpandVolumeRequest {
+                    volume_id: id.clone(),
+                    capacity_range: grown,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+        assert!(r.node_expansion_required);
+    }
     let r =
-        t.c.ctl
-            .controller_expand_volume(ControllerExpandVolumeRequest {
+        t.c.node
+            .node_expand_volume(NodeExpandVolumeRequest {
                 volume_id: id.clone(),
-                capacity_range: Some(CapacityRange {
-                    required_bytes: 600 * MIB,
-                    limit_bytes: 0,
-                }),
+                volume_path: target.to_string_lossy().into(),
+                staging_target_path: t.scratch.path("staging-x").to_string_lossy().into(),
+                capacity_range: grown,
                 ..Default::default()
             })
             .await
             .unwrap()
             .into_inner();
-    assert!(r.node_expansion_required);
-    t.c.node
-        .node_expand_volume(NodeExpandVolumeRequest {
-            volume_id: id.clone(),
-            volume_path: target.to_string_lossy().into(),
-            staging_target_path: t.scratch.path("staging-x").to_string_lossy().into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    assert_eq!(r.capacity_bytes, 600 * MIB);
     let after = t.stats(&id, &target).await.usage[0].total;
     assert!(
         after > before + 250 * MIB,
         "filesystem grew from {before} to {after}"
     );
     t.unmount(&id, "x").await;
+}
+
+#[tokio::test]
+async fn xfs_loop_volume_grows_online_controller_then_node() {
+    xfs_loop_volume_grows_online("xfsgrow", true).await;
+}
+
+#[tokio::test]
+async fn xfs_loop_volume_grows_online_on_node_expand_alone() {
+    xfs_loop_volume_grows_online("xfsnode", false).await;
+}
+
+/// What kubelet does after csi-resizer's node-only resize: NodeExpandVolume with the new size is
+/// the only call, and it raises the btrfs qgroup limit; a size the pool cannot hold is OUT_OF_RANGE
+/// and changes nothing.
+#[tokio::test]
+async fn dir_volume_limit_rises_on_node_expand_alone() {
+    let mut t = local_on("btrfs", "dirnode").await;
+    let (id, target) = t
+        .mounted("d", 20 * MIB, &[], mount_cap(Mode::SingleNodeWriter))
+        .await;
+    write_bytes(&target.join("first"), 12 << 20).expect("12 MiB fits in 20 MiB");
+    let expand = |required_bytes: i64| NodeExpandVolumeRequest {
+        volume_id: id.clone(),
+        volume_path: target.to_string_lossy().into(),
+        capacity_range: Some(CapacityRange {
+            required_bytes,
+            limit_bytes: 0,
+        }),
+        ..Default::default()
+    };
+    let r = t.c.node.node_expand_volume(expand(60 * MIB)).await.unwrap();
+    assert_eq!(r.into_inner().capacity_bytes, 60 * MIB);
+    write_bytes(&target.join("second"), 30 << 20).expect("42 MiB fits in the raised 60 MiB");
+    let err = write_bytes(&target.join("third"), 40 << 20).expect_err("82 MiB must not fit");
+    assert_eq!(err.raw_os_error(), Some(libc::EDQUOT), "{err}");
+    let err =
+        t.c.node
+            .node_expand_volume(expand(1 << 40))
+            .await
+            .expect_err("a TiB does not fit a 4 GiB pool");
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert_eq!(t.stats(&id, &target).await.usage[0].total, 60 * MIB);
+    t.unmount(&id, "d").await;
+}
+
+/// `--mode resizer`: what a central csi-resizer sees (a controller service that cannot expand and
+/// a node service that can, so it picks its node-only path), and no volume RPCs. It refuses a pool
+/// and the shared driver.
+#[tokio::test]
+async fn resizer_front_answers_node_only_expansion_and_serves_no_volumes() {
+    use berth_csi::proto::plugin_capability::{Type as PluginType, service, volume_expansion};
+    let scratch = Scratch::new("resizer");
+    let plugin = Plugin::start(
+        &scratch.path("csi.sock"),
+        &[
+            "--driver",
+            "local",
+            "--mode",
+            "resizer",
+            "--node-id",
+            "controller",
+        ],
+        &[],
+    );
+    let mut c = plugin.clients().await;
+    let caps =
+        c.id.get_plugin_capabilities(GetPluginCapabilitiesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .capabilities;
+    let kinds: Vec<_> = caps.into_iter().filter_map(|c| c.r#type).collect();
+    assert!(
+        kinds.contains(&PluginType::Service(plugin_capability::Service {
+            r#type: service::Type::ControllerService as i32
+        }))
+    );
+    assert!(kinds.contains(&PluginType::VolumeExpansion(
+        plugin_capability::VolumeExpansion {
+            r#type: volume_expansion::Type::Online as i32
+        }
+    )));
+    let ctl = c
+        .ctl
+        .controller_get_capabilities(ControllerGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ctl.capabilities.is_empty(), "{ctl:?}");
+    let node = c
+        .node
+        .node_get_capabilities(NodeGetCapabilitiesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let expand = NodeServiceCapability {
+        r#type: Some(node_service_capability::Type::Rpc(
+            node_service_capability::Rpc {
+                r#type: node_service_capability::rpc::Type::ExpandVolume as i32,
+            },
+        )),
+    };
+    assert_eq!(node.capabilities, [expand]);
+    let err = c
+        .ctl
+        .create_volume(create_req(
+            "v",
+            MIB,
+            params(&[]),
+            mount_cap(Mode::SingleNodeWriter),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    let err = c
+        .node
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: "v".into(),
+            volume_path: "/tmp".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unimplemented, "{err:?}");
+    drop(plugin);
+
+    for (args, says) in [
+        (&["--driver", "local", "--pool", "/tmp"][..], "--pool"),
+        (
+            &["--driver", "shared", "--shared-pool", "a=/tmp"][..],
+            "--driver local",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_berth-csi"))
+            .args(args)
+            .args(["--mode", "resizer", "--node-id", "c"])
+            .arg(format!(
+                "--endpoint=unix://{}",
+                scratch.path("bad.sock").display()
+            ))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -112,6 +112,10 @@ pub fn shared_socket(cfg: &ClusterConfig, node: &str) -> PathBuf {
 pub fn shared_controller_socket(cfg: &ClusterConfig) -> PathBuf {
     cfg.socket_dir().join("shared-controller.sock")
 }
+/// The local driver's resizer front, which the central csi-resizer for local volumes talks to.
+pub fn local_resizer_socket(cfg: &ClusterConfig) -> PathBuf {
+    cfg.socket_dir().join("local-resizer.sock")
+}
 
 fn shared_pool_args(cfg: &ClusterConfig) -> Vec<String> {
     cfg.shared_pools
@@ -140,7 +144,8 @@ pub fn has_shared(cfg: &ClusterConfig) -> bool {
 }
 
 /// The plugin processes: per node, a local plugin (node + distributed controller) and a shared node
-/// plugin; one central shared controller. For the hostpath peer, one hostpathplugin per node.
+/// plugin; one central shared controller and one local resizer front. For the hostpath peer, one
+/// hostpathplugin per node.
 pub fn plugin_procs(cfg: &ClusterConfig, bin: &Binaries) -> Vec<ProcSpec> {
     let mut out = Vec::new();
     match cfg.plugin {
@@ -208,6 +213,21 @@ pub fn plugin_procs(cfg: &ClusterConfig, bin: &Binaries) -> Vec<ProcSpec> {
                 args: ctrl,
                 env: vec![],
             });
+            out.push(ProcSpec {
+                name: "csi-local-resizer".into(),
+                exe: bin.berth_csi.clone(),
+                args: vec![
+                    "--driver".into(),
+                    "local".into(),
+                    "--mode".into(),
+                    "resizer".into(),
+                    "--node-id".into(),
+                    "local-resizer".into(),
+                    "--endpoint".into(),
+                    endpoint(&local_resizer_socket(cfg)),
+                ],
+                env: vec![],
+            });
         }
         PluginKind::Hostpath => {
             let exe = bin
@@ -268,8 +288,9 @@ pub fn node_plugins(cfg: &ClusterConfig) -> Vec<NodePlugin> {
 }
 
 /// Sidecars: per node, a csi-provisioner in node-deployment mode with capacity tracking and a
-/// csi-snapshotter in node-deployment mode beside the local plugin; a central csi-provisioner and
-/// csi-resizer for the shared driver; one snapshot-controller.
+/// csi-snapshotter in node-deployment mode beside the local plugin; a central csi-resizer beside the
+/// local resizer front; a central csi-provisioner and csi-resizer for the shared driver; one
+/// snapshot-controller.
 pub fn sidecar_procs(cfg: &ClusterConfig, bin: &Binaries) -> Vec<ProcSpec> {
     let kc = format!("--kubeconfig={}", cfg.kubeconfig().display());
     let mut out = Vec::new();
@@ -298,9 +319,6 @@ pub fn sidecar_procs(cfg: &ClusterConfig, bin: &Binaries) -> Vec<ProcSpec> {
             ],
             env: env.clone(),
         });
-        // No csi-resizer beside the local plugins: csi-resizer (v2.3) has no --node-deployment mode,
-        // so one per node would each try every local volume and fail it on the wrong nodes
-        // (kubernetes-csi/external-resizer#142). Local expansion is therefore not wired here.
         out.push(ProcSpec {
             name: format!("snapshotter-local-{}", node.name),
             exe: bin.snapshotter.clone(),
@@ -313,6 +331,23 @@ pub fn sidecar_procs(cfg: &ClusterConfig, bin: &Binaries) -> Vec<ProcSpec> {
                 "--v=3".into(),
             ],
             env,
+        });
+    }
+    if cfg.plugin == PluginKind::Berth {
+        // csi-resizer has no per-node mode (kubernetes-csi/external-resizer#142), so local volumes
+        // are resized centrally through the resizer front: csi-resizer sees node-only expansion,
+        // records the new size, and the volume's node plugin grows it on NodeExpandVolume.
+        out.push(ProcSpec {
+            name: "resizer-local".into(),
+            exe: bin.resizer.clone(),
+            args: vec![
+                format!("--csi-address={}", local_resizer_socket(cfg).display()),
+                kc.clone(),
+                "--leader-election=false".into(),
+                "--timeout=60s".into(),
+                "--v=3".into(),
+            ],
+            env: vec![],
         });
     }
     if has_shared(cfg) {
@@ -655,7 +690,8 @@ mod tests {
                 "csi-shared-node-1",
                 "csi-local-node-2",
                 "csi-shared-node-2",
-                "csi-shared-controller"
+                "csi-shared-controller",
+                "csi-local-resizer"
             ]
         );
         let local = procs[0].args.join(" ");
@@ -669,6 +705,9 @@ mod tests {
         assert!(shared.contains("--shared-pool default=/st/pools/shared/default"));
         let ctrl = procs[4].args.join(" ");
         assert!(ctrl.contains("--mode controller"));
+        let front = procs[5].args.join(" ");
+        assert!(front.contains("--driver local --mode resizer"), "{front}");
+        assert!(!front.contains("--pool"), "{front}");
     }
 
     #[test]

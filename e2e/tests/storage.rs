@@ -457,6 +457,166 @@ async fn shared_volume_grows_through_csi_resizer() {
     wait_gone(&pvs(&c), &name(&pv), 90).await.unwrap();
 }
 
+/// A local volume grows in two steps, as on a real cluster: the central csi-resizer, talking to the
+/// resizer front, records the new size (PV capacity, claim waiting for the node); then NodeExpandVolume
+/// on the volume's own node raises its limit. With no kubelet on kwok nodes, the test plays the
+/// kubelet for that step: it stages and publishes the volume on node-3's plugin and calls
+/// NodeExpandVolume there, then writes past the old limit.
+#[tokio::test]
+#[ignore = "needs the e2e cluster: scripts/test.d/40-e2e.sh"]
+async fn local_volume_grows_through_csi_resizer_and_its_node() {
+    use berth_csi::proto::volume_capability::{AccessMode, AccessType, MountVolume, access_mode};
+    use berth_csi::proto::*;
+    let ns = "e2e-expand-local";
+    let c = setup(ns).await;
+    let claims = pvcs(&c, ns);
+    claims
+        .create(
+            &PostParams::default(),
+            &pvc("grow", LOCAL_CLASS, "16Mi", "ReadWriteOnce", None),
+        )
+        .await
+        .unwrap();
+    pods(&c, ns)
+        .create(
+            &PostParams::default(),
+            &pod("app", &["grow"], Some("node-3")),
+        )
+        .await
+        .unwrap();
+    let pv = bound_pv(&c, ns, "grow", 90).await;
+    let handle = pv
+        .spec
+        .as_ref()
+        .unwrap()
+        .csi
+        .as_ref()
+        .unwrap()
+        .volume_handle
+        .clone();
+    let dir = local_volume_dir(&c, "node-3", &name(&pv));
+    let recorded_bytes = || -> i64 {
+        let text = std::fs::read_to_string(dir.join("volume.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["capacityBytes"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(recorded_bytes(), 16 << 20);
+
+    claims
+        .patch(
+            "grow",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "48Mi"}}}})),
+        )
+        .await
+        .unwrap();
+    let want = Quantity("48Mi".into());
+    wait_for(&pvs(&c), &name(&pv), "PV capacity 48Mi", 60, |p| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get("storage"))
+            == Some(&want)
+    })
+    .await
+    .unwrap();
+    wait_for(&claims, "grow", "the claim waiting for its node", 60, |p| {
+        let status = p.status.clone().unwrap_or_default();
+        let condition = status
+            .conditions
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "FileSystemResizePending");
+        let allocated = status
+            .allocated_resource_statuses
+            .unwrap_or_default()
+            .get("storage")
+            .is_some_and(|s| s == "NodeResizePending");
+        condition || allocated
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        recorded_bytes(),
+        16 << 20,
+        "grown before its node was asked"
+    );
+
+    // The kubelet's part, on node-3's plugin.
+    let channel = berth_csi::client::connect(
+        &berth_e2e::csi::local_socket(&c.cfg, "node-3"),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let mut node = node_client::NodeClient::new(channel);
+    let work = c.cfg.state_dir.join("e2e-kubelet").join(&handle);
+    let (staging, target) = (work.join("staging"), work.join("target"));
+    let cap = VolumeCapability {
+        access_mode: Some(AccessMode {
+            mode: access_mode::Mode::SingleNodeWriter as i32,
+        }),
+        access_type: Some(AccessType::Mount(MountVolume::default())),
+    };
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    node.node_stage_volume(NodeStageVolumeRequest {
+        volume_id: handle.clone(),
+        staging_target_path: path(&staging),
+        volume_capability: Some(cap.clone()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    node.node_publish_volume(NodePublishVolumeRequest {
+        volume_id: handle.clone(),
+        staging_target_path: path(&staging),
+        target_path: path(&target),
+        volume_capability: Some(cap),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let grown = node
+        .node_expand_volume(NodeExpandVolumeRequest {
+            volume_id: handle.clone(),
+            volume_path: path(&target),
+            capacity_range: Some(CapacityRange {
+                required_bytes: 48 << 20,
+                limit_bytes: 0,
+            }),
+            ..Default::default()
+        })
+        .await;
+    let written = std::fs::write(target.join("big"), vec![7u8; 32 << 20]);
+    node.node_unpublish_volume(NodeUnpublishVolumeRequest {
+        volume_id: handle.clone(),
+        target_path: path(&target),
+    })
+    .await
+    .unwrap();
+    node.node_unstage_volume(NodeUnstageVolumeRequest {
+        volume_id: handle.clone(),
+        staging_target_path: path(&staging),
+    })
+    .await
+    .unwrap();
+    assert_eq!(grown.unwrap().into_inner().capacity_bytes, 48 << 20);
+    written.expect("32 MiB fits once the 16 MiB volume has grown to 48 MiB");
+    assert_eq!(recorded_bytes(), 48 << 20);
+
+    pods(&c, ns)
+        .delete("app", &DeleteParams::default())
+        .await
+        .unwrap();
+    claims
+        .delete("grow", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&pvs(&c), &name(&pv), 90).await.unwrap();
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 #[tokio::test]
 #[ignore = "needs the e2e cluster: scripts/test.d/40-e2e.sh"]
 async fn reclaim_retain_keeps_the_data_and_ownership_comes_from_the_class() {

@@ -99,6 +99,8 @@ refusals() {
     "node.sharedHealthPort=9808|node.localHealthPort and node.sharedHealthPort are both 9808"
     "storageClasses.local.parameters.fsType=xfs|storageClasses.local.parameters.fsType applies only to backend: loop"
     "sharedPools=null|sharedPools"
+    "localResizer.enabled=false|storageClasses.local.allowVolumeExpansion is true but localResizer.enabled is false"
+    "localResizer.healthPort=0|/localResizer/healthPort"
   )
   local c set want out
   for c in "${cases[@]}"; do
@@ -265,6 +267,7 @@ cannot() {
 rbac() {
   local before=$checks
   local op=berth-operator node=berth-node ctrl=berth-shared-controller agent=berth-node-agent
+  local resizer=berth-local-resizer
   # The operator: its databases, the Pods/claims/Services it owns, exec for hooks, its Lease.
   can $op list replicateddatabases.berth.dev -A
   can $op patch replicateddatabases.berth.dev --subresource=status -n default
@@ -312,6 +315,15 @@ rbac() {
   cannot $ctrl create csistoragecapacities.storage.k8s.io -n "$ns"
   cannot $ctrl get secrets -A
   cannot $ctrl create pods -n default
+  # The local resizer: PV capacity and claim status only; never creates or deletes volumes.
+  can $resizer patch persistentvolumes
+  can $resizer patch persistentvolumeclaims --subresource=status -n default
+  can $resizer update leases.coordination.k8s.io -n "$ns"
+  cannot $resizer create persistentvolumes
+  cannot $resizer delete persistentvolumes
+  cannot $resizer patch persistentvolumeclaims -n default
+  cannot $resizer create leases.coordination.k8s.io -n default
+  cannot $resizer get secrets -A
   # The node agent: its policies, reports and statuses, Pods and Nodes to read; never Secrets
   # unless named in nodeAgent.registryCASecrets (none by default).
   can $agent watch imagecachepolicies.berth.dev

@@ -62,6 +62,23 @@ impl Range {
         Ok(range)
     }
 
+    /// The size an expansion asks for: required_bytes, else limit_bytes; `None` when neither is set.
+    pub fn expansion_target(&self) -> Option<u64> {
+        [self.required, self.limit].into_iter().find(|&b| b > 0)
+    }
+
+    /// OUT_OF_RANGE when volume `id`, now `bytes` large, is above the limit (volumes do not shrink).
+    pub fn check_grown(&self, id: &impl std::fmt::Display, bytes: u64) -> Result<()> {
+        if self.limit != 0 && bytes > self.limit {
+            return Err(CsiError::OutOfRange(format!(
+                "volume {id} already has {bytes} bytes, above capacity_range.limit_bytes {} \
+                 (volumes do not shrink)",
+                self.limit
+            )));
+        }
+        Ok(())
+    }
+
     /// Whether an existing capacity satisfies this range.
     pub fn admits(&self, bytes: u64) -> bool {
         bytes >= self.required && (self.limit == 0 || bytes <= self.limit)
@@ -160,6 +177,28 @@ mod tests {
     use tonic::Code;
 
     const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn expansion_target_and_limit_table() {
+        let r = |required, limit| Range { required, limit };
+        // (range, target, grown-to size, accepted)
+        let table = [
+            (r(0, 0), None, 10 * MIB, true),
+            (r(10 * MIB, 0), Some(10 * MIB), 10 * MIB, true),
+            (r(0, 20 * MIB), Some(20 * MIB), 20 * MIB, true),
+            (r(10 * MIB, 20 * MIB), Some(10 * MIB), 12 * MIB, true),
+            (r(10 * MIB, 20 * MIB), Some(10 * MIB), 30 * MIB, false),
+        ];
+        for (range, target, grown, accepted) in table {
+            assert_eq!(range.expansion_target(), target, "{range:?}");
+            let checked = range.check_grown(&"v", grown);
+            assert_eq!(checked.is_ok(), accepted, "{range:?} {grown}");
+            if let Err(e) = checked {
+                assert_eq!(e.code(), Code::OutOfRange);
+                assert!(e.to_string().contains("limit_bytes"), "{e}");
+            }
+        }
+    }
 
     #[test]
     fn capacity_table() {
