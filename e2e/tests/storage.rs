@@ -460,7 +460,7 @@ async fn shared_volume_grows_through_csi_resizer() {
 /// A local volume grows in two steps, as on a real cluster: the central csi-resizer, talking to the
 /// resizer front, records the new size (PV capacity, claim waiting for the node); then NodeExpandVolume
 /// on the volume's own node raises its limit. With no kubelet on kwok nodes, the test plays the
-/// kubelet for that step: it stages and publishes the volume on node-3's plugin and calls
+/// kubelet for that step: it stages and publishes the volume on node-1's plugin and calls
 /// NodeExpandVolume there, then writes past the old limit.
 #[tokio::test]
 #[ignore = "needs the e2e cluster: scripts/test.d/40-e2e.sh"]
@@ -480,7 +480,7 @@ async fn local_volume_grows_through_csi_resizer_and_its_node() {
     pods(&c, ns)
         .create(
             &PostParams::default(),
-            &pod("app", &["grow"], Some("node-3")),
+            &pod("app", &["grow"], Some("node-1")),
         )
         .await
         .unwrap();
@@ -494,7 +494,7 @@ async fn local_volume_grows_through_csi_resizer_and_its_node() {
         .unwrap()
         .volume_handle
         .clone();
-    let dir = local_volume_dir(&c, "node-3", &name(&pv));
+    let dir = local_volume_dir(&c, "node-1", &name(&pv));
     let recorded_bytes = || -> i64 {
         let text = std::fs::read_to_string(dir.join("volume.json")).unwrap();
         serde_json::from_str::<serde_json::Value>(&text).unwrap()["capacityBytes"]
@@ -543,9 +543,9 @@ async fn local_volume_grows_through_csi_resizer_and_its_node() {
         "grown before its node was asked"
     );
 
-    // The kubelet's part, on node-3's plugin.
+    // The kubelet's part, on node-1's plugin.
     let channel = berth_csi::client::connect(
-        &berth_e2e::csi::local_socket(&c.cfg, "node-3"),
+        &berth_e2e::csi::local_socket(&c.cfg, "node-1"),
         std::time::Duration::from_secs(10),
     )
     .await
