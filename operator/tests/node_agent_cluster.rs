@@ -6,6 +6,7 @@
 //! Needs `BERTH_NA_KUBECONFIG` (the stage script brings the harness up and sets it); skipped, saying why,
 //! without it.
 
+mod common;
 mod support;
 
 use std::collections::BTreeSet;
@@ -16,10 +17,10 @@ use std::time::Duration;
 use berth_operator::api::image_cache_policy::{ImageCachePolicy, ImageCacheReport};
 use berth_operator::api::registry_mirror::RegistryMirror;
 use berth_operator::cri::CriClient;
+use common::{install_crds, wait_for};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, Config, config::KubeConfigOptions, config::Kubeconfig};
 use serde_json::json;
 use support::{Containerd, Images, Registry};
 
@@ -51,59 +52,6 @@ fn cluster_or_skip() -> Option<PathBuf> {
         );
     }
     found
-}
-
-async fn client(path: &Path) -> Client {
-    let kc = Kubeconfig::read_from(path).expect("kubeconfig");
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("config");
-    Client::try_from(cfg).expect("client")
-}
-
-/// Applies the CRDs from `crds/`' source of truth (the Rust types) and waits until they are served.
-async fn install_crds(client: &Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in berth_operator::crdgen::crds() {
-        let name = crd.metadata.name.clone().expect("name");
-        api.patch(
-            &name,
-            &PatchParams::apply("berth-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("apply CRD");
-        wait("CRD established", Duration::from_secs(30), || async {
-            api.get(&name)
-                .await
-                .ok()
-                .and_then(|c| c.status)
-                .and_then(|s| s.conditions)
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        })
-        .await;
-    }
-}
-
-async fn wait<F, Fut>(what: &str, timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = std::time::Instant::now();
-    loop {
-        if f().await {
-            return;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 /// The agent binary for one simulated node, killed by PID on drop.
@@ -223,7 +171,7 @@ async fn crd_validation_refuses_bad_objects_naming_the_field() {
     let Some(kubeconfig) = cluster_or_skip() else {
         return;
     };
-    let client = client(&kubeconfig).await;
+    let client = common::client(&kubeconfig.to_string_lossy()).await;
     install_crds(&client).await;
     let policies: Api<ImageCachePolicy> = Api::all(client.clone());
     let mirrors: Api<RegistryMirror> = Api::all(client.clone());
@@ -332,7 +280,7 @@ async fn policy_reaches_the_agent_dry_run_reports_then_prune_keeps_images_of_pod
     let Some(kubeconfig) = cluster_or_skip() else {
         return;
     };
-    let client = client(&kubeconfig).await;
+    let client = common::client(&kubeconfig.to_string_lossy()).await;
     install_crds(&client).await;
     let tmp = support::scratch("cluster-gc");
     let images = Images::build(
@@ -404,7 +352,7 @@ async fn policy_reaches_the_agent_dry_run_reports_then_prune_keeps_images_of_pod
     let reports: Api<ImageCacheReport> = Api::all(client.clone());
     let report_name = format!("{policy_name}.{node}");
     let names_before = ctd.image_names();
-    wait("the dry-run report", Duration::from_secs(60), || async {
+    wait_for("the dry-run report", Duration::from_secs(60), || async {
         reports
             .get_opt(&report_name)
             .await
@@ -439,7 +387,7 @@ async fn policy_reaches_the_agent_dry_run_reports_then_prune_keeps_images_of_pod
             .collect()
     );
     assert_eq!(ctd.image_names(), names_before, "dry-run removed nothing");
-    wait("the policy's totals", Duration::from_secs(30), || async {
+    wait_for("the policy's totals", Duration::from_secs(30), || async {
         policies
             .get(&policy_name)
             .await
@@ -449,7 +397,7 @@ async fn policy_reaches_the_agent_dry_run_reports_then_prune_keeps_images_of_pod
     })
     .await;
     let events = Api::<k8s_openapi::api::events::v1::Event>::all(client.clone());
-    wait(
+    wait_for(
         "a DryRun Event on the policy",
         Duration::from_secs(30),
         || async { has_event(&events, "DryRun", &policy_name).await },
@@ -466,7 +414,7 @@ async fn policy_reaches_the_agent_dry_run_reports_then_prune_keeps_images_of_pod
         )
         .await
         .expect("turn off dry-run");
-    wait("the pruning run", Duration::from_secs(60), || async {
+    wait_for("the pruning run", Duration::from_secs(60), || async {
         reports
             .get_opt(&report_name)
             .await
@@ -491,13 +439,13 @@ async fn policy_reaches_the_agent_dry_run_reports_then_prune_keeps_images_of_pod
         .map(|t| format!("{BASE}:{t}"))
         .collect();
     assert_eq!(after, want);
-    wait(
+    wait_for(
         "an ImagesRemoved Event",
         Duration::from_secs(30),
         || async { has_event(&events, "ImagesRemoved", &policy_name).await },
     )
     .await;
-    wait(
+    wait_for(
         "the policy's totals after pruning",
         Duration::from_secs(30),
         || async {
@@ -561,7 +509,7 @@ async fn registry_mirror_reaches_the_agent_edit_applies_live_delete_restores() {
     let Some(kubeconfig) = cluster_or_skip() else {
         return;
     };
-    let client = client(&kubeconfig).await;
+    let client = common::client(&kubeconfig.to_string_lossy()).await;
     install_crds(&client).await;
     let tmp = support::scratch("cluster-mirror");
     let images = Images::build(tmp.path(), &["v1", "v2"]);
@@ -604,7 +552,7 @@ async fn registry_mirror_reaches_the_agent_edit_applies_live_delete_restores() {
                 .map(|n| (n.state.clone(), n.observed_generation))
         })
     };
-    wait(
+    wait_for(
         "this node's Applied entry",
         Duration::from_secs(60),
         || async {
@@ -645,7 +593,7 @@ async fn registry_mirror_reaches_the_agent_edit_applies_live_delete_restores() {
         .await
         .expect("edit");
     let generation = edited.metadata.generation;
-    wait("the edit applied", Duration::from_secs(60), || async {
+    wait_for("the edit applied", Duration::from_secs(60), || async {
         mirrors
             .get(&name)
             .await
@@ -668,7 +616,7 @@ async fn registry_mirror_reaches_the_agent_edit_applies_live_delete_restores() {
         .delete(&name, &DeleteParams::default())
         .await
         .expect("delete");
-    wait("hosts.toml removed", Duration::from_secs(60), || async {
+    wait_for("hosts.toml removed", Duration::from_secs(60), || async {
         !hosts.exists()
     })
     .await;
@@ -700,7 +648,7 @@ async fn registry_mirror_reaches_the_agent_edit_applies_live_delete_restores() {
         .create(&PostParams::default(), &obj)
         .await
         .expect("create");
-    wait("a Conflict entry", Duration::from_secs(60), || async {
+    wait_for("a Conflict entry", Duration::from_secs(60), || async {
         mirrors
             .get(&hub)
             .await
@@ -741,7 +689,7 @@ async fn registry_mirror_reaches_the_agent_edit_applies_live_delete_restores() {
         .clone()
         .expect("config_path")
         .join("late.example.test/hosts.toml");
-    wait(
+    wait_for(
         "late hosts.toml written",
         Duration::from_secs(60),
         || async { late_hosts.exists() },
@@ -764,7 +712,7 @@ async fn registry_mirror_reaches_the_agent_edit_applies_live_delete_restores() {
         &tmp.path().join("agent"),
         &tmp.path().join("agent-2.log"),
     );
-    wait(
+    wait_for(
         "the restarted agent removes the orphaned hosts.toml",
         Duration::from_secs(60),
         || async { !late_hosts.exists() },
@@ -779,7 +727,7 @@ async fn mirror_ca_comes_from_a_secret_and_a_missing_secret_is_reported() {
     let Some(kubeconfig) = cluster_or_skip() else {
         return;
     };
-    let client = client(&kubeconfig).await;
+    let client = common::client(&kubeconfig.to_string_lossy()).await;
     install_crds(&client).await;
     let tmp = support::scratch("cluster-ca");
     let ctd = Containerd::start(tmp.path(), true, PAUSE);
@@ -825,7 +773,7 @@ async fn mirror_ca_comes_from_a_secret_and_a_missing_secret_is_reported() {
             .as_ref()
             .and_then(|s| s.nodes.iter().find(|n| n.node == node).cloned())
     };
-    wait(
+    wait_for(
         "an Error entry naming the missing Secret",
         Duration::from_secs(60),
         || async {
@@ -867,7 +815,7 @@ async fn mirror_ca_comes_from_a_secret_and_a_missing_secret_is_reported() {
         )
         .await
         .expect("fix");
-    wait(
+    wait_for(
         "the fixed mirror applied",
         Duration::from_secs(60),
         || async {
@@ -892,7 +840,7 @@ async fn mirror_ca_comes_from_a_secret_and_a_missing_secret_is_reported() {
         .delete(&name, &DeleteParams::default())
         .await
         .expect("delete");
-    wait("files removed", Duration::from_secs(60), || async {
+    wait_for("files removed", Duration::from_secs(60), || async {
         !dir.exists()
     })
     .await;
