@@ -204,7 +204,12 @@ pub fn resolve_tools(plugin: PluginKind, berth_csi: PathBuf) -> Result<Tools, Cl
         csi: Binaries {
             berth_csi,
             hostpathplugin: match plugin {
-                PluginKind::Hostpath => Some(go_tool("hostpathplugin")?),
+                // HOSTPATHPLUGIN names a peer built elsewhere (the Go module proxy refuses its
+                // module here), as for scripts/bench-csi.sh.
+                PluginKind::Hostpath => Some(match std::env::var_os("HOSTPATHPLUGIN") {
+                    Some(path) => PathBuf::from(path),
+                    None => go_tool("hostpathplugin")?,
+                }),
                 PluginKind::Berth => None,
             },
             provisioner: go_tool("csi-provisioner")?,
