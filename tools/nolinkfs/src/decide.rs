@@ -144,6 +144,13 @@ pub fn attr_from_stat(ino: u64, st: &libc::stat) -> FileAttr {
     }
 }
 
+/// Whether an error that ends the FUSE session only says the kernel closed the connection: ENODEV
+/// after an unmount, or ECONNABORTED when a lazily detached mount is released while a serving
+/// thread waits. Either way the mount is gone and there is nothing left to serve.
+pub fn session_ended_by_kernel(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENODEV | libc::ECONNABORTED))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +260,19 @@ mod tests {
         assert_eq!((attr.uid, attr.gid, attr.size, attr.nlink), (7, 8, 12, 1));
         assert_eq!(attr.mtime, SystemTime::UNIX_EPOCH + Duration::new(10, 5));
         assert_eq!(attr.atime, SystemTime::UNIX_EPOCH - Duration::from_secs(1));
+    }
+
+    #[test]
+    fn only_a_closed_connection_ends_the_session_cleanly() {
+        use std::io::Error;
+        for (err, clean) in [
+            (Error::from_raw_os_error(libc::ENODEV), true),
+            (Error::from_raw_os_error(libc::ECONNABORTED), true),
+            (Error::from_raw_os_error(libc::EIO), false),
+            (Error::from_raw_os_error(libc::EBADF), false),
+            (Error::other("no errno"), false),
+        ] {
+            assert_eq!(session_ended_by_kernel(&err), clean, "{err}");
+        }
     }
 }

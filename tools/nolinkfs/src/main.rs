@@ -156,7 +156,10 @@ fn run(args: Args) -> Result<(), Error> {
         })
         .map_err(Error::Serve)?;
 
-    session.run().map_err(Error::Serve)?;
-    info!("unmounted");
+    match session.run() {
+        Ok(()) => info!("unmounted"),
+        Err(e) if decide::session_ended_by_kernel(&e) => info!("unmounted ({e})"),
+        Err(e) => return Err(Error::Serve(e)),
+    }
     Ok(())
 }
