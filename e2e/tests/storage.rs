@@ -400,6 +400,44 @@ async fn shared_rwx_volume_binds_at_once_lives_in_the_shared_pool_and_serves_eve
     assert!(!dir.exists(), "{} survived reclaim Delete", dir.display());
 }
 
+/// Asks for `size` on the claim and waits until csi-resizer has given its PV that capacity.
+async fn grow_claim_and_wait_for_pv(
+    c: &TestCluster,
+    ns: &str,
+    claim: &str,
+    pv: &str,
+    size: &str,
+) -> Quantity {
+    pvcs(c, ns)
+        .patch(
+            claim,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": size}}}})),
+        )
+        .await
+        .unwrap();
+    let want = Quantity(size.into());
+    wait_for(&pvs(c), pv, &format!("PV capacity {size}"), 60, |p| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get("storage"))
+            == Some(&want)
+    })
+    .await
+    .unwrap();
+    want
+}
+
+/// The capacity the driver recorded in a volume's directory (`volume.json`).
+fn recorded_capacity(volume_dir: &std::path::Path) -> i64 {
+    let text = std::fs::read_to_string(volume_dir.join("volume.json")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+    record["capacityBytes"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no capacityBytes in {record}"))
+}
+
 #[tokio::test]
 #[ignore = "needs the e2e cluster: scripts/test.d/40-e2e.sh"]
 async fn shared_volume_grows_through_csi_resizer() {
@@ -414,24 +452,7 @@ async fn shared_volume_grows_through_csi_resizer() {
         .await
         .unwrap();
     let pv = bound_pv(&c, ns, "grow", 60).await;
-    claims
-        .patch(
-            "grow",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "48Mi"}}}})),
-        )
-        .await
-        .unwrap();
-    let want = Quantity("48Mi".into());
-    wait_for(&pvs(&c), &name(&pv), "PV capacity 48Mi", 60, |p| {
-        p.spec
-            .as_ref()
-            .and_then(|s| s.capacity.as_ref())
-            .and_then(|c| c.get("storage"))
-            == Some(&want)
-    })
-    .await
-    .unwrap();
+    let want = grow_claim_and_wait_for_pv(&c, ns, "grow", &name(&pv), "48Mi").await;
     // A shared volume needs no node step, so the claim's status shows the new size at once.
     wait_for(&claims, "grow", "PVC status capacity 48Mi", 60, |p| {
         p.status
@@ -442,14 +463,10 @@ async fn shared_volume_grows_through_csi_resizer() {
     })
     .await
     .unwrap();
-    let record: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            shared_volume_dir(&c, SHARED_POOL, &name(&pv)).join("volume.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(record["capacityBytes"], 48 << 20, "{record}");
+    assert_eq!(
+        recorded_capacity(&shared_volume_dir(&c, SHARED_POOL, &name(&pv))),
+        48 << 20
+    );
     claims
         .delete("grow", &DeleteParams::default())
         .await
@@ -495,32 +512,9 @@ async fn local_volume_grows_through_csi_resizer_and_its_node() {
         .volume_handle
         .clone();
     let dir = local_volume_dir(&c, "node-1", &name(&pv));
-    let recorded_bytes = || -> i64 {
-        let text = std::fs::read_to_string(dir.join("volume.json")).unwrap();
-        serde_json::from_str::<serde_json::Value>(&text).unwrap()["capacityBytes"]
-            .as_i64()
-            .unwrap()
-    };
-    assert_eq!(recorded_bytes(), 16 << 20);
+    assert_eq!(recorded_capacity(&dir), 16 << 20);
 
-    claims
-        .patch(
-            "grow",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"resources": {"requests": {"storage": "48Mi"}}}})),
-        )
-        .await
-        .unwrap();
-    let want = Quantity("48Mi".into());
-    wait_for(&pvs(&c), &name(&pv), "PV capacity 48Mi", 60, |p| {
-        p.spec
-            .as_ref()
-            .and_then(|s| s.capacity.as_ref())
-            .and_then(|c| c.get("storage"))
-            == Some(&want)
-    })
-    .await
-    .unwrap();
+    grow_claim_and_wait_for_pv(&c, ns, "grow", &name(&pv), "48Mi").await;
     wait_for(&claims, "grow", "the claim waiting for its node", 60, |p| {
         let status = p.status.clone().unwrap_or_default();
         let condition = status
@@ -538,7 +532,7 @@ async fn local_volume_grows_through_csi_resizer_and_its_node() {
     .await
     .unwrap();
     assert_eq!(
-        recorded_bytes(),
+        recorded_capacity(&dir),
         16 << 20,
         "grown before its node was asked"
     );
@@ -603,7 +597,7 @@ async fn local_volume_grows_through_csi_resizer_and_its_node() {
     .unwrap();
     assert_eq!(grown.unwrap().into_inner().capacity_bytes, 48 << 20);
     written.expect("32 MiB fits once the 16 MiB volume has grown to 48 MiB");
-    assert_eq!(recorded_bytes(), 48 << 20);
+    assert_eq!(recorded_capacity(&dir), 48 << 20);
 
     pods(&c, ns)
         .delete("app", &DeleteParams::default())

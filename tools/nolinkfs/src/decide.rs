@@ -144,11 +144,11 @@ pub fn attr_from_stat(ino: u64, st: &libc::stat) -> FileAttr {
     }
 }
 
-/// Whether an error that ends the FUSE session only says the kernel closed the connection: ENODEV
-/// after an unmount, or ECONNABORTED when a lazily detached mount is released while a serving
-/// thread waits. Either way the mount is gone and there is nothing left to serve.
+/// Whether an error that ends the FUSE session only says the kernel closed the connection:
+/// ECONNABORTED, when a lazily detached mount is released while a serving thread waits. (fuser
+/// itself ends the session cleanly on ENODEV, the usual unmount.) The mount is gone either way.
 pub fn session_ended_by_kernel(err: &std::io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENODEV | libc::ECONNABORTED))
+    err.raw_os_error() == Some(libc::ECONNABORTED)
 }
 
 #[cfg(test)]
@@ -266,7 +266,6 @@ mod tests {
     fn only_a_closed_connection_ends_the_session_cleanly() {
         use std::io::Error;
         for (err, clean) in [
-            (Error::from_raw_os_error(libc::ENODEV), true),
             (Error::from_raw_os_error(libc::ECONNABORTED), true),
             (Error::from_raw_os_error(libc::EIO), false),
             (Error::from_raw_os_error(libc::EBADF), false),
